@@ -1,0 +1,257 @@
+//! The proxy-wasm glue every filter shares: logging, configuration, headers as bytes, local
+//! replies, metrics, shared data and the clock.
+//!
+//! The SDK's string accessors (`get_http_request_header`, `get_http_request_headers`) unwrap
+//! UTF-8 and panic on the first non-UTF-8 byte a client sends, so header access here is
+//! byte-based. Nothing in this module panics on input from a client or an upstream.
+
+use crate::config::{self, ConfigError};
+use crate::http::HeaderSnapshot;
+use crate::reply::Reply;
+use crate::shared::{CasMismatch, Clock, SharedStore};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{Action, BufferType, MapType, MetricType, Status};
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::UNIX_EPOCH;
+
+/// Who is speaking in a log line: the filter and the context id (`ab-variant[12]`).
+#[derive(Clone, Copy)]
+pub struct Tag {
+    pub filter: &'static str,
+    pub context_id: u32,
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.filter, self.context_id)
+    }
+}
+
+/// Installs the logger at the host's log level and prints the filter's name and version once
+/// per VM. Messages below Envoy's level are then never formatted, which matters on the request
+/// path (a `trace!` that Envoy would drop still costs a host call if it is formatted).
+pub fn start_vm(filter: &'static str, version: &str) {
+    let level = hostcalls::get_log_level().unwrap_or(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_log_level(level);
+    log::info!("{filter} {version} starting");
+}
+
+/// Reads and compiles the plugin configuration. On failure logs one line naming the field,
+/// e.g. `ab-variant: experiments[1].variants: weights sum to 0`, and returns `None` so that
+/// `on_configure` returns false and Envoy rejects the config.
+pub fn load_config<Raw, T>(filter: &'static str) -> Option<T>
+where
+    Raw: DeserializeOwned,
+    T: TryFrom<Raw, Error = ConfigError>,
+{
+    let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten();
+    match config::load::<Raw, T>(bytes.as_deref()) {
+        Ok(config) => Some(config),
+        Err(err) => {
+            log::error!("{filter}: {err}");
+            None
+        }
+    }
+}
+
+/// The header maps a filter reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Map {
+    Request,
+    Response,
+    ResponseTrailers,
+    CallResponse,
+}
+
+impl Map {
+    fn map_type(self) -> MapType {
+        match self {
+            Map::Request => MapType::HttpRequestHeaders,
+            Map::Response => MapType::HttpResponseHeaders,
+            Map::ResponseTrailers => MapType::HttpResponseTrailers,
+            Map::CallResponse => MapType::HttpCallResponseHeaders,
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(map_type: MapType, return_data: *mut *mut u8, return_size: *mut usize) -> Status;
+}
+
+/// A whole header map copied into the VM in one host call, parsed in place. The SDK's
+/// `get_http_request_headers_bytes` allocates a `String` and a `Vec` per header; a filter that
+/// needs several headers pays less for one crossing and one buffer.
+pub fn snapshot(map: Map) -> HeaderSnapshot {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: on Ok the host returns a buffer it allocated through
+        // `proxy_on_memory_allocate` (a boxed slice of `size` bytes), which we now own.
+        let raw = unsafe {
+            match proxy_get_header_map_pairs(map.map_type(), &mut data, &mut size) {
+                Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+                _ => Vec::new(),
+            }
+        };
+        HeaderSnapshot::from_serialized(raw)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = map;
+        HeaderSnapshot::from_serialized(Vec::new())
+    }
+}
+
+/// One header's value as bytes; `None` when absent.
+pub fn header(map: Map, name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map.map_type(), name).ok().flatten()
+}
+
+/// All headers of a map as (name, bytes) pairs.
+pub fn headers(map: Map) -> Vec<(String, Vec<u8>)> {
+    hostcalls::get_map_bytes(map.map_type()).unwrap_or_default()
+}
+
+/// Replaces every value of `name` with `value`.
+pub fn set_header(map: Map, name: &str, value: &[u8]) {
+    let _ = hostcalls::set_map_value_bytes(map.map_type(), name, Some(value));
+}
+
+/// Adds a value, keeping existing ones (for `set-cookie`).
+pub fn add_header(map: Map, name: &str, value: &[u8]) {
+    let _ = hostcalls::add_map_value_bytes(map.map_type(), name, value);
+}
+
+pub fn remove_header(map: Map, name: &str) {
+    let _ = hostcalls::remove_map_value(map.map_type(), name);
+}
+
+/// A property such as `["xds", "cluster_name"]`; `None` when Envoy has none.
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// Records a value in Envoy filter state, where access logs read it as `%FILTER_STATE(...)%`.
+pub fn set_property(path: &[&str], value: &[u8]) {
+    let _ = hostcalls::set_property(path.to_vec(), Some(value));
+}
+
+/// Sends `reply` to the client in place of the upstream response.
+pub fn send_reply(reply: &Reply) {
+    let headers: Vec<(&str, &str)> =
+        reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let _ = hostcalls::send_http_response(u32::from(reply.status), headers, Some(&reply.body));
+}
+
+/// The one error policy: a callback's `Err(reply)` is logged and sent as a local reply, and
+/// the stream stops there.
+pub fn finish(tag: Tag, result: Result<Action, Reply>) -> Action {
+    match result {
+        Ok(action) => action,
+        Err(reply) => {
+            match &reply.warn {
+                Some(line) => log::warn!("{tag}: {line}"),
+                None => log::debug!("{tag}: local reply {}", reply.status),
+            }
+            send_reply(&reply);
+            Action::Pause
+        }
+    }
+}
+
+/// A counter in Envoy's stats. Envoy shows it at `/stats/prometheus` under the name given to
+/// [`Counter::define`].
+#[derive(Clone, Copy, Debug)]
+pub struct Counter(Option<u32>);
+
+impl Counter {
+    /// Defines the counter (Envoy returns the existing one when the name is taken). A host
+    /// that refuses leaves a counter that counts nothing rather than failing the request.
+    pub fn define(name: &str) -> Counter {
+        Counter(hostcalls::define_metric(MetricType::Counter, name).ok())
+    }
+
+    pub fn inc(self) {
+        self.add(1);
+    }
+
+    pub fn add(self, n: u64) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// A gauge in Envoy's stats.
+#[derive(Clone, Copy, Debug)]
+pub struct Gauge(Option<u32>);
+
+impl Gauge {
+    pub fn define(name: &str) -> Gauge {
+        Gauge(hostcalls::define_metric(MetricType::Gauge, name).ok())
+    }
+
+    pub fn set(self, value: u64) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}
+
+/// Envoy's shared data and clock, for logic written against [`SharedStore`] and [`Clock`].
+#[derive(Clone, Copy, Default)]
+pub struct Envoy;
+
+impl SharedStore for Envoy {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), Some(cas))) => Some((value, cas)),
+            Ok((None, Some(cas))) => Some((Vec::new(), cas)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), CasMismatch> {
+        match hostcalls::set_shared_data(key, Some(value), if cas == 0 { None } else { Some(cas) }) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(CasMismatch),
+            Err(_) => Err(CasMismatch),
+        }
+    }
+}
+
+impl Clock for Envoy {
+    fn now_ns(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(target_os = "wasi")]
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    fn random_get(buf: *mut u8, len: usize) -> u16;
+}
+
+/// 64 random bits from WASI `random_get`, which Envoy implements with its own random source.
+/// If the host refuses, the clock mixed through `fmix64` still gives distinct values.
+pub fn random_u64() -> u64 {
+    #[cfg(target_os = "wasi")]
+    {
+        let mut bytes = [0u8; 8];
+        // SAFETY: `bytes` is a valid, writable buffer of the length passed.
+        if unsafe { random_get(bytes.as_mut_ptr(), bytes.len()) } == 0 {
+            return u64::from_le_bytes(bytes);
+        }
+    }
+    crate::hash::fmix64(Envoy.now_ns())
+}

@@ -1,0 +1,10 @@
+//! Test infrastructure for the filter suite: a proxy-wasm host on wasmtime ([`host`]), a
+//! real-Envoy harness ([`envoy`]), mock upstreams ([`mock`]) and a small HTTP client
+//! ([`client`]).
+
+pub mod host;
+pub mod paths;
+pub mod bench;
+pub mod client;
+pub mod envoy;
+pub mod mock;

@@ -8,7 +8,7 @@ WASM_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/wasm32-wasip1/release"
 BINARYEN_VERSION="132.0.0"
 
 # The filter crates and the artifacts they build (crate name -> target/.../<artifact>.wasm).
-FILTERS=(ab-variant)
+FILTERS=(ab-variant token-budget jwt-claims provider-fallback)
 # Built like the filters, for the tests only: the empty-filter baseline and a trapping build.
 TEST_FILTERS=(test-filter)
 

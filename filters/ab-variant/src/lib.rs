@@ -9,13 +9,11 @@ pub mod config;
 
 use assign::{Origin, RequestSource};
 use config::{Config, RawConfig};
-use filter_common::host::{self, Counter, Map, Tag};
+use filter_common::host::{self, Map, Tag, Tally};
 use filter_common::http::{self, HeaderSnapshot};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
-use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
 
 const FILTER: &str = "ab-variant";
 
@@ -29,33 +27,6 @@ struct VariantMetrics {
     /// One per `http::STATUS_CLASSES` entry.
     responses: Vec<Tally>,
 }
-
-/// A counter counted in the VM and added to Envoy's stat on the next tick: a host call per
-/// request per counter would cost more than the assignment itself.
-struct Tally {
-    counter: Counter,
-    pending: Cell<u64>,
-}
-
-impl Tally {
-    fn define(name: &str) -> Tally {
-        Tally { counter: Counter::define(name), pending: Cell::new(0) }
-    }
-
-    fn inc(&self) {
-        self.pending.set(self.pending.get() + 1);
-    }
-
-    fn flush(&self) {
-        let n = self.pending.replace(0);
-        if n > 0 {
-            self.counter.add(n);
-        }
-    }
-}
-
-/// How often pending counts reach Envoy's stats.
-const FLUSH_PERIOD: Duration = Duration::from_secs(1);
 
 struct State {
     config: Config,
@@ -102,7 +73,7 @@ impl RootContext for Root {
             })
             .collect();
         self.state = Some(Rc::new(State { config, metrics }));
-        self.set_tick_period(FLUSH_PERIOD);
+        self.set_tick_period(host::TALLY_FLUSH_PERIOD);
         true
     }
 

@@ -188,6 +188,39 @@ impl Counter {
     }
 }
 
+/// A counter counted inside the VM and added to Envoy's stat by [`Tally::flush`], which the
+/// filter calls from its root context's tick. Each host call costs about a microsecond; a
+/// request that bumps three counters would otherwise pay for three.
+pub struct Tally {
+    counter: Counter,
+    pending: std::cell::Cell<u64>,
+}
+
+impl Tally {
+    pub fn define(name: &str) -> Tally {
+        Tally { counter: Counter::define(name), pending: std::cell::Cell::new(0) }
+    }
+
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.pending.set(self.pending.get().saturating_add(n));
+    }
+
+    /// Adds what was counted since the last flush to Envoy's stat.
+    pub fn flush(&self) {
+        let n = self.pending.replace(0);
+        if n > 0 {
+            self.counter.add(n);
+        }
+    }
+}
+
+/// How often filters flush their [`Tally`] counters.
+pub const TALLY_FLUSH_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A gauge in Envoy's stats.
 #[derive(Clone, Copy, Debug)]
 pub struct Gauge(Option<u32>);

@@ -1,0 +1,1 @@
+//! token-budget (being built).

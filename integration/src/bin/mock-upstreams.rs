@@ -3,7 +3,10 @@
 //!
 //! Usage: mock-upstreams KIND:NAME@ADDRESS...
 //!   echo:task-api@127.0.0.1:18080   an echo upstream that answers with the request it got
+//!   openai:KEY@127.0.0.1:18082      an OpenAI-compatible provider accepting `Bearer KEY`
+//!   anthropic:KEY@127.0.0.1:18083   an Anthropic Messages provider accepting `x-api-key: KEY`
 
+use integration::mock::llm::{self, Api};
 use integration::mock::{echo, MockServer};
 
 fn start(spec: &str) -> Result<MockServer, String> {
@@ -11,6 +14,8 @@ fn start(spec: &str) -> Result<MockServer, String> {
     let (kind, name) = kind_name.split_once(':').ok_or_else(|| format!("{spec}: expected KIND:NAME@ADDRESS"))?;
     let server = match kind {
         "echo" => echo::start_on(name, address),
+        "openai" => llm::start(Api::OpenAi, name, Some(address)).map(|m| m.server),
+        "anthropic" => llm::start(Api::Anthropic, name, Some(address)).map(|m| m.server),
         other => return Err(format!("{spec}: unknown kind {other}")),
     };
     server.map_err(|e| format!("{spec}: {e}"))

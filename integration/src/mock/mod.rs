@@ -5,6 +5,7 @@
 //! mid-stream, or a connection closed before any response. Provider mocks build on this.
 
 pub mod echo;
+pub mod llm;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
@@ -236,6 +237,8 @@ async fn handle(
                     }
                 }
                 if reset_after {
+                    // Let the chunks reach the wire first: the upstream dies after them.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     let _ = tx.send(Err(Box::new(ResetConnection))).await;
                 }
             });

@@ -5,6 +5,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bash "$ROOT/scripts/setup.sh"
 SKIP_SETUP=1 bash "$ROOT/scripts/build.sh"
 cd "$ROOT"
+log "package (dist/, and the modules the Kubernetes wasm server serves)"
+[ -f target/demo-jwt/jwks.json ] || bash scripts/mint-demo-token.sh > /dev/null
+python3 scripts/package.py > /dev/null
 
 args=()
 for f in "${FILTERS[@]}"; do args+=(-p "$f"); done
@@ -19,3 +22,14 @@ log "logic tests again as wasm32-wasip1, run by wasmtime (integration/src/bin/wa
 cargo build -q -p integration --bin wasi-run
 CARGO_TARGET_WASM32_WASIP1_RUNNER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/wasi-run" \
   cargo test -q --target wasm32-wasip1 -p filter-common "${args[@]}"
+
+log "fuzz every target for a short fixed time (scripts/fuzz.sh; a long run is --seconds 600)"
+bash "$ROOT/scripts/fuzz.sh" --seconds "${FUZZ_SECONDS:-6}"
+
+# The Envoy version matrix: the end-to-end tests through Envoy again, on the older Envoy.
+envoy_tests=()
+for t in integration/tests/*_envoy.rs integration/tests/fail_policy.rs integration/tests/configs.rs; do
+  envoy_tests+=(--test "$(basename "$t" .rs)")
+done
+log "Envoy e2e tests again on Envoy $OLDER_ENVOY_VERSION (the version matrix)"
+ENVOY_BIN="$OLDER_ENVOY" cargo test -q -p integration "${envoy_tests[@]}"

@@ -47,11 +47,28 @@ pub struct Scenario {
     pub request: Request,
     /// Upstream cluster port, for scenarios that route to one (`/upstream/...`).
     pub upstream_port: Option<u16>,
+    /// Filter names from `filters.yaml` run as upstream HTTP filters of cluster `upstream`
+    /// (before the upstream codec), for filters that work per upstream attempt.
+    pub upstream_filters: Vec<String>,
+    /// Text replaced in every string of the scenario's filter snippets, for material made when
+    /// the benchmark starts (`@JWKS@` -> a freshly minted key set).
+    pub vars: Vec<(String, String)>,
+    /// Other clusters of base.yaml pointed at local ports (`ratelimit` -> the rate limit
+    /// service the driver started).
+    pub clusters: Vec<(String, u16)>,
 }
 
 impl Scenario {
     pub fn new(name: &str, filters: &[&str], request: Request) -> Scenario {
-        Scenario { name: name.to_string(), filters: filters.iter().map(|s| s.to_string()).collect(), request, upstream_port: None }
+        Scenario {
+            name: name.to_string(),
+            filters: filters.iter().map(|s| s.to_string()).collect(),
+            request,
+            upstream_port: None,
+            upstream_filters: Vec::new(),
+            vars: Vec::new(),
+            clusters: Vec::new(),
+        }
     }
 }
 
@@ -102,12 +119,49 @@ pub fn bootstrap_for(scenario: &Scenario, concurrency: u32) -> Result<Bootstrap>
         .ok_or_else(|| anyhow!("base.yaml has no http_filters"))?;
     for (i, name) in scenario.filters.iter().enumerate() {
         let filter = filters.get(name).ok_or_else(|| anyhow!("filters.yaml has no filter {name}"))?;
-        chain.insert(i, filter.clone());
+        chain.insert(i, substitute(filter.clone(), &scenario.vars));
+    }
+    if !scenario.upstream_filters.is_empty() {
+        let mut chain = Vec::new();
+        for name in &scenario.upstream_filters {
+            chain.push(filters.get(name).cloned().ok_or_else(|| anyhow!("filters.yaml has no filter {name}"))?);
+        }
+        chain.push(json!({"name": "envoy.filters.http.upstream_codec",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}));
+        let cluster = b
+            .json_mut()
+            .pointer_mut("/static_resources/clusters")
+            .and_then(Value::as_array_mut)
+            .and_then(|clusters| clusters.iter_mut().find(|c| c["name"] == "upstream"))
+            .ok_or_else(|| anyhow!("base.yaml has no cluster upstream"))?;
+        cluster["typed_extension_protocol_options"] = json!({"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {}},
+            "http_filters": chain
+        }});
     }
     if let Some(port) = scenario.upstream_port {
         b = b.cluster("upstream", port)?;
     }
+    for (name, port) in &scenario.clusters {
+        b = b.cluster(name, *port)?;
+    }
     Ok(b)
+}
+
+/// `value` with every `(from, to)` of `vars` replaced inside its strings.
+fn substitute(value: Value, vars: &[(String, String)]) -> Value {
+    match value {
+        Value::String(mut s) => {
+            for (from, to) in vars {
+                s = s.replace(from.as_str(), to);
+            }
+            Value::String(s)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(|v| substitute(v, vars)).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, substitute(v, vars))).collect()),
+        other => other,
+    }
 }
 
 fn wrk_script(request: &Request) -> String {
@@ -205,6 +259,35 @@ pub fn run_all(scenarios: &[Scenario], settings: &Settings) -> Result<Vec<Outcom
             runs,
         })
         .collect())
+}
+
+/// Envoy's resident memory, from /proc.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resident memory of Envoy running a scenario's chain at `workers` workers, after `requests`
+/// requests (so every worker's VMs exist and have served traffic).
+pub fn memory(scenario: &Scenario, workers: u32, requests: u32) -> Result<(u64, u64)> {
+    let envoy = bootstrap_for(scenario, workers)?.start()?;
+    let idle = rss_kib(envoy.pid()).ok_or_else(|| anyhow!("no RSS for envoy"))?;
+    let dir = tempdir("bench-memory")?;
+    let script = dir.join("request.lua");
+    std::fs::write(&script, wrk_script(&scenario.request))?;
+    let out = Command::new("wrk")
+        .args(["-t1", "-c8", "-d3s", "-s"])
+        .arg(&script)
+        .arg(envoy.url("bench", &scenario.request.path))
+        .output()
+        .context("running wrk")?;
+    let run = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
+    if run.rps * 3.0 < f64::from(requests) {
+        bail!("{}: only {:.0} requests/s", scenario.name, run.rps);
+    }
+    let loaded = rss_kib(envoy.pid()).ok_or_else(|| anyhow!("no RSS for envoy"))?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok((idle, loaded))
 }
 
 /// Microseconds a request costs in `x` beyond `base` (at one worker, from throughput).

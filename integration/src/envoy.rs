@@ -143,6 +143,26 @@ impl Bootstrap {
         out
     }
 
+    /// The environment a wasm plugin's VM gets (`vm_config.environment_variables`): the names
+    /// Envoy copies from its own environment (`host_env_keys`) and fixed pairs (`key_values`).
+    pub fn wasm_plugin_env(&self, plugin: &str) -> (Vec<String>, Vec<(String, String)>) {
+        let mut out = (Vec::new(), Vec::new());
+        let mut config = self.config.clone();
+        visit_wasm_plugins(&mut config, &mut |p| {
+            if p["name"] != plugin {
+                return;
+            }
+            let vars = &p["vm_config"]["environment_variables"];
+            for key in vars["host_env_keys"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                out.0.push(key.to_string());
+            }
+            for (k, v) in vars["key_values"].as_object().into_iter().flatten() {
+                out.1.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
+            }
+        });
+        out
+    }
+
     /// Moves admin and listeners to 127.0.0.1 port 0 and writes the bootstrap into `dir`.
     fn write(&mut self, dir: &Path) -> Result<PathBuf> {
         self.config["admin"]["address"] = json!({"socket_address": {"address": "127.0.0.1", "port_value": 0}});
@@ -151,6 +171,14 @@ impl Bootstrap {
                 l["address"] = json!({"socket_address": {"address": "127.0.0.1", "port_value": 0}});
             }
         }
+        // Built filters are looked up in CARGO_TARGET_DIR when it is set.
+        visit_wasm_plugins(&mut self.config, &mut |p| {
+            if let Some(file) = p.pointer_mut("/vm_config/code/local/filename") {
+                if let Some(name) = file.as_str().filter(|f| f.starts_with("target/")) {
+                    *file = json!(paths::artifact_path(name).display().to_string());
+                }
+            }
+        });
         let path = dir.join(format!("{}.json", self.name));
         std::fs::write(&path, serde_json::to_vec_pretty(&self.config)?)?;
         Ok(path)
@@ -235,8 +263,11 @@ fn visit_wasm_plugins(value: &mut Value, f: &mut dyn FnMut(&mut Value)) {
 pub fn tempdir(prefix: &str) -> Result<PathBuf> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
+    // The time too: inside a PID namespace (integration::eg) every test process has the same
+    // small PID, and /tmp is shared.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!(
-        "llm-filters-{prefix}-{}-{}",
+        "llm-filters-{prefix}-{}-{}-{nanos}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     ));
@@ -359,17 +390,8 @@ impl Envoy {
 
     /// Stops Envoy: SIGTERM, then SIGKILL after five seconds.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            terminate(child, Duration::from_secs(5));
         }
     }
 }
@@ -386,6 +408,20 @@ impl Drop for Envoy {
     }
 }
 
+/// Stops a process the test started: SIGTERM, then SIGKILL after `grace`.
+pub fn terminate(mut child: Child, grace: Duration) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The value of an unlabelled sample in Prometheus text (`name{} 3` or `name 3`).
 pub fn prometheus_value(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -400,8 +436,9 @@ fn regex_escape(s: &str) -> String {
     s.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] }).collect()
 }
 
-/// A minimal HTTP/1.1 GET for the admin interface (no client dependency needed).
-fn http_get(address: &str, path: &str) -> Result<(u16, String)> {
+/// A minimal HTTP/1.1 GET (`address` is `host:port`) for admin and health endpoints: status
+/// and body (no client dependency needed).
+pub fn http_get(address: &str, path: &str) -> Result<(u16, String)> {
     http_request(address, "GET", path)
 }
 
@@ -431,10 +468,30 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// The Envoy version (`1.40.0`) from `envoy --version`.
+pub fn version() -> String {
+    let out = Command::new(paths::envoy_bin()).arg("--version").output().map(|o| o.stdout).unwrap_or_default();
+    let text = String::from_utf8_lossy(&out);
+    text.split("version: ").nth(1).and_then(|v| v.split('/').nth(1)).unwrap_or("unknown").to_string()
+}
+
 /// Runs `envoy --mode validate` on a bootstrap file; returns Envoy's output on failure.
 pub fn validate(path: impl AsRef<Path>) -> Result<()> {
     let path = paths::root().join(path.as_ref());
-    let output = Command::new(paths::envoy_bin())
+    // Validated as the harness runs it: with built filters taken from CARGO_TARGET_DIR.
+    let original = path;
+    let dir = tempdir("validate")?;
+    let mut bootstrap = Bootstrap::load(&original)?;
+    // Validation starts the wasm VMs: variables they read from Envoy's environment get a
+    // stand-in value (a filter may refuse a configuration whose key variable is unset).
+    let host_keys: Vec<String> =
+        bootstrap.wasm_plugins().iter().flat_map(|(name, _, _)| bootstrap.wasm_plugin_env(name).0).collect();
+    let path = bootstrap.write(&dir)?;
+    let mut command = Command::new(paths::envoy_bin());
+    for key in &host_keys {
+        command.env(key, format!("stand-in-for-{key}"));
+    }
+    let output = command
         .current_dir(paths::root())
         .arg("--mode")
         .arg("validate")
@@ -444,10 +501,11 @@ pub fn validate(path: impl AsRef<Path>) -> Result<()> {
         .arg("-l")
         .arg("error")
         .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
     if !output.status.success() {
         bail!(
             "{} does not validate:\n{}{}",
-            path.display(),
+            original.display(),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );

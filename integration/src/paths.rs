@@ -42,6 +42,16 @@ pub fn wasm(artifact: &str) -> PathBuf {
     path
 }
 
+/// Where a file a bootstrap names relative to the repository lives. Bootstraps name built
+/// filters as `target/wasm32-wasip1/release/<artifact>.wasm`; under `CARGO_TARGET_DIR` they are
+/// in that directory instead.
+pub fn artifact_path(filename: &str) -> PathBuf {
+    match filename.strip_prefix("target/") {
+        Some(rest) => target_dir().join(rest),
+        None => root().join(filename),
+    }
+}
+
 /// The Envoy binary: `ENVOY_BIN`, else the project virtualenv's, else `envoy` on PATH.
 pub fn envoy_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("ENVOY_BIN") {

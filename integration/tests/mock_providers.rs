@@ -131,3 +131,18 @@ fn faults() {
     a.set_fault(None);
     assert_eq!(client::post_json(&a.server.url("/v1/messages"), &h, &body).unwrap().status, 200);
 }
+
+#[test]
+fn a_request_header_can_fail_one_api_only() {
+    let o = llm::openai("k");
+    let a = llm::anthropic("k");
+    let h = [("authorization", "Bearer k"), ("x-mock-fault-openai", "429"), ("x-mock-fault-anthropic", "reset")];
+    let r = client::post_json(&o.server.url("/v1/chat/completions"), &h, &chat(false)).unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
+    let body = json!({"model": "claude", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]});
+    let h = [("x-api-key", "k"), ("anthropic-version", "2023-06-01"), ("x-mock-fault-openai", "429")];
+    assert_eq!(client::post_json(&a.server.url("/v1/messages"), &h, &body).unwrap().status, 200, "the other API's fault header is ignored");
+    let h = [("x-api-key", "k"), ("anthropic-version", "2023-06-01"), ("x-mock-fault-anthropic", "reset")];
+    assert!(client::post_json(&a.server.url("/v1/messages"), &h, &body).is_err());
+}

@@ -2,13 +2,13 @@
 """Mints the keys and tokens the jwt-claims tests and benchmarks use, with PyJWT and
 cryptography: an implementation independent of the filter's Rust verifier.
 
-    mint_tokens.py OUTDIR [--now EPOCH] [--issuer ISS] [--audience AUD] [--bench-count N]
+    mint_tokens.py OUTDIR [--now EPOCH] [--issuer ISS] [--audience AUD] [--bench-count N] [--subject SUB]
 
 Writes into OUTDIR (fresh keys on every run; nothing is committed):
   jwks.json          the public keys the filter trusts (served by the JWKS mock or inlined)
   jwks-rotated.json  jwks.json plus a key `rsa-next` that only newer tokens use
   tokens.json        {"valid": {name: token}, "attacks": {name: token}, "claims": {...}}
-  bench.json         {"jwks": "...", "rs256": [tokens], "es256": [...], "eddsa": [...]}
+  bench.json         {"jwks": "...", "rs256": [tokens], "es256": [...], "eddsa": [...]}, valid a day
   private.json       PEMs of the trusted keys, for tests that mint more tokens
 
 Times are relative to --now (default: the current time), so tests that control the clock
@@ -65,6 +65,7 @@ def main() -> int:
     p.add_argument("--issuer", default="https://issuer.example.com/")
     p.add_argument("--audience", default="https://api.example.com")
     p.add_argument("--bench-count", type=int, default=1)
+    p.add_argument("--subject", default="user-42", help="`sub` of the valid tokens (a demo may want `alice`)")
     args = p.parse_args()
     now = args.now if args.now is not None else int(time.time())
     os.makedirs(args.outdir, exist_ok=True)
@@ -94,7 +95,7 @@ def main() -> int:
     claims = {
         "iss": args.issuer,
         "aud": args.audience,
-        "sub": "user-42",
+        "sub": args.subject,
         "org": {"id": "org-7", "name": "Acme", "tier": {"level": 3}},
         "permissions": ["read:tasks", "write:tasks"],
         "admin": True,
@@ -193,7 +194,8 @@ def main() -> int:
         "bad_signature": f"{h}.{pl}.{flipped}",
         "signature_from_other_token": f"{h}.{valid['second_user'].split('.')[1]}.{sg}",
         "empty_signature": f"{h}.{pl}.",
-        "truncated": good[: len(good) - 40],
+        # Cut to a whole number of base64 groups, so it decodes and fails as a signature.
+        "truncated": f"{h}.{pl}.{sg[: len(sg) // 2 // 4 * 4]}",
         "bad_base64_header": f"{h[:5]}*{h[6:]}.{pl}.{sg}",
         "bad_base64_payload": f"{h}.{pl[:7]}!{pl[8:]}.{sg}",
         "bad_base64_signature": f"{h}.{pl}.{sg[:9]}${sg[10:]}",
@@ -217,7 +219,8 @@ def main() -> int:
 
     tokens = {"now": now, "issuer": args.issuer, "audience": args.audience, "valid": valid, "attacks": attacks, "claims": claims}
     bench = {
-        "jwks": json.dumps(jwks, separators=(",", ":")),
+        # Only the signing keys, so Envoy's native jwt_authn loads the same set.
+        "jwks": json.dumps({"keys": keys[:5]}, separators=(",", ":")),
         "rs256": [sign(claims_with(exp=now + 86400, jti=f"b{i}"), rsa_key, "RS256", kid="rsa-2048") for i in range(args.bench_count)],
         "es256": [sign(claims_with(exp=now + 86400, jti=f"b{i}"), ec256, "ES256", kid="ec-p256") for i in range(args.bench_count)],
         "eddsa": [sign(claims_with(exp=now + 86400, jti=f"b{i}"), ed, "EdDSA", kid="ed-25519") for i in range(args.bench_count)],

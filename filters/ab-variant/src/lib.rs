@@ -9,7 +9,7 @@ pub mod config;
 
 use assign::{Origin, RequestSource};
 use config::{Config, RawConfig};
-use filter_common::host::{self, Map, Tag, Tally};
+use filter_common::host::{self, Map, StatusTallies, Tag, Tally};
 use filter_common::http::{self, HeaderSnapshot};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -24,19 +24,21 @@ proxy_wasm::main! {{
 /// Counters for one experiment's variants, defined once at configure time.
 struct VariantMetrics {
     assigned: Tally,
-    /// One per `http::STATUS_CLASSES` entry.
-    responses: Vec<Tally>,
+    responses: StatusTallies,
 }
 
 struct State {
     config: Config,
     /// `metrics[experiment][variant]`.
     metrics: Vec<Vec<VariantMetrics>>,
+    /// Per experiment: the access-log field its assignment is recorded in,
+    /// `ab_variant.<experiment>` (filter state `wasm.ab_variant.<experiment>`).
+    fields: Vec<String>,
 }
 
 impl State {
     fn tallies(&self) -> impl Iterator<Item = &Tally> {
-        self.metrics.iter().flatten().flat_map(|m| std::iter::once(&m.assigned).chain(m.responses.iter()))
+        self.metrics.iter().flatten().flat_map(|m| std::iter::once(&m.assigned).chain(m.responses.tallies()))
     }
 }
 
@@ -64,15 +66,13 @@ impl RootContext for Root {
                     .iter()
                     .map(|v| VariantMetrics {
                         assigned: Tally::define(&format!("ab_variant.{}.{v}.assigned", e.name)),
-                        responses: http::STATUS_CLASSES
-                            .iter()
-                            .map(|class| Tally::define(&format!("ab_variant.{}.{v}.responses_{class}", e.name)))
-                            .collect(),
+                        responses: StatusTallies::define(&format!("ab_variant.{}.{v}", e.name)),
                     })
                     .collect()
             })
             .collect();
-        self.state = Some(Rc::new(State { config, metrics }));
+        let fields = config.experiments.iter().map(|e| format!("ab_variant.{}", e.name)).collect();
+        self.state = Some(Rc::new(State { config, metrics, fields }));
         self.set_tick_period(host::TALLY_FLUSH_PERIOD);
         true
     }
@@ -150,6 +150,9 @@ impl HttpContext for Stream {
             if let Some(m) = state.metrics.get(i).and_then(|m| m.get(assignment.variant)) {
                 m.assigned.inc();
             }
+            if let Some(field) = state.fields.get(i) {
+                host::record(field, variant.as_bytes());
+            }
             let set_cookie = match &assignment.origin {
                 Origin::Minted(id) => experiment.sticky_set_cookie(id),
                 _ => None,
@@ -168,14 +171,12 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let status = host::header(Map::Response, ":status").unwrap_or_default();
-        let class = http::status_class(&status);
-        let class_index = http::STATUS_CLASSES.iter().position(|c| *c == class).unwrap_or(0);
         for a in &self.assigned {
             let Some(experiment) = state.config.experiments.get(a.experiment) else {
                 continue;
             };
-            if let Some(tally) = state.metrics.get(a.experiment).and_then(|m| m.get(a.variant)).and_then(|m| m.responses.get(class_index)) {
-                tally.inc();
+            if let Some(m) = state.metrics.get(a.experiment).and_then(|m| m.get(a.variant)) {
+                m.responses.count(&status);
             }
             if experiment.response_header {
                 if let Some(variant) = experiment.variants.get(a.variant) {

@@ -132,6 +132,84 @@ pub fn remove_header(map: Map, name: &str) {
     let _ = hostcalls::remove_map_value(map.map_type(), name);
 }
 
+/// The body buffers of an HTTP stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    Request,
+    Response,
+}
+
+impl Body {
+    fn buffer_type(self) -> BufferType {
+        match self {
+            Body::Request => BufferType::HttpRequestBody,
+            Body::Response => BufferType::HttpResponseBody,
+        }
+    }
+}
+
+/// Up to `max` bytes of the body buffer from `start` (what Envoy holds for this callback);
+/// `None` when it is empty. The SDK's `get_http_request_body` unwraps the host's status.
+pub fn body(which: Body, start: usize, max: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(which.buffer_type(), start, max).ok().flatten()
+}
+
+/// Replaces `size` bytes of the body buffer at `start` with `value` (0 and the buffer's length
+/// replace it all); false when the host refuses.
+pub fn set_body(which: Body, start: usize, size: usize, value: &[u8]) -> bool {
+    hostcalls::set_buffer(which.buffer_type(), start, size, value).is_ok()
+}
+
+/// Up to `max` bytes of the body of the HTTP call response being delivered (`None` when it is
+/// empty). The SDK's `get_http_call_response_body` unwraps the host's status.
+pub fn call_response_body(max: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max).ok().flatten()
+}
+
+/// Sends a unary gRPC call to the Envoy cluster `cluster`; the call's token, or `None` when
+/// Envoy refused it (no such cluster). Envoy runs every call from the VM's root context, so a
+/// call outlives the request that made it; its answer comes to the context that made it while
+/// that context exists. `cluster` must not parse as a serialized `GrpcService` (Envoy tries
+/// that first, and the failure that follows is a status the SDK panics on).
+pub fn grpc_call(cluster: &str, service: &str, method: &str, message: &[u8], timeout_ms: u32) -> Option<u32> {
+    let timeout = std::time::Duration::from_millis(u64::from(timeout_ms));
+    hostcalls::dispatch_grpc_call(cluster, service, method, Vec::new(), Some(message), timeout).ok()
+}
+
+/// Up to `max` bytes of the gRPC response message being delivered.
+pub fn grpc_response(max: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, max).ok().flatten()
+}
+
+/// Registers a shared queue whose `on_queue_ready` comes to this root context (Envoy runs it
+/// on this worker's thread).
+pub fn register_queue(name: &str) -> Option<u32> {
+    hostcalls::register_shared_queue(name).ok()
+}
+
+/// Adds an item to a shared queue; false when the queue is gone.
+pub fn enqueue(queue: u32, item: &[u8]) -> bool {
+    hostcalls::enqueue_shared_queue(queue, Some(item)).is_ok()
+}
+
+/// The next item of a shared queue; `None` when it is empty or gone.
+pub fn dequeue(queue: u32) -> Option<Vec<u8>> {
+    hostcalls::dequeue_shared_queue(queue).ok().flatten()
+}
+
+/// Makes `context_id` the context the following calls act on (`proxy_set_effective_context`):
+/// a root context that held requests back finishes them with header calls, `resume_request`
+/// and `send_reply` after entering each stream, then enters itself again before it dispatches
+/// calls of its own. False when the context no longer exists (the client went away).
+pub fn enter_context(context_id: u32) -> bool {
+    hostcalls::set_effective_context(context_id).is_ok()
+}
+
+/// Lets a request that a callback paused continue to the next filter.
+pub fn resume_request() {
+    let _ = hostcalls::resume_http_request();
+}
+
 /// A property such as `["xds", "cluster_name"]`; `None` when Envoy has none.
 pub fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
@@ -140,6 +218,35 @@ pub fn property(path: &[&str]) -> Option<Vec<u8>> {
 /// Records a value in Envoy filter state, where access logs read it as `%FILTER_STATE(...)%`.
 pub fn set_property(path: &[&str], value: &[u8]) {
     let _ = hostcalls::set_property(path.to_vec(), Some(value));
+}
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> Status;
+}
+
+/// Records a per-request field for the access log: Envoy keeps `value` in the request's filter
+/// state under `wasm.<name>` (a mutable bytes value, filter-chain life span; the last write
+/// wins), and `%FILTER_STATE(wasm.<name>:PLAIN)%` prints it. From an upstream filter it lands
+/// in the downstream request's filter state too (the upstream filter chain shares the
+/// request's stream info). One host call and no allocation: a one-segment property path is
+/// the name itself, where [`set_property`] builds a path vector first.
+pub fn record(name: &str, value: &[u8]) {
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: both pointers are valid for the given lengths for the duration of the call; the
+    // host copies what it keeps.
+    unsafe {
+        let _ = proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len());
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (name, value);
+}
+
+/// [`record`] of a number, as decimal text.
+pub fn record_u64(name: &str, value: u64) {
+    let mut digits = [0u8; 20];
+    record(name, crate::http::decimal(value, &mut digits));
 }
 
 /// Sends `reply` to the client in place of the upstream response.
@@ -215,6 +322,28 @@ impl Tally {
         if n > 0 {
             self.counter.add(n);
         }
+    }
+}
+
+/// Responses counted by HTTP status class: `<prefix>.responses_1xx` ... `responses_5xx` and
+/// `responses_other`, so error rates can be compared side by side (variants, providers).
+pub struct StatusTallies(Vec<Tally>);
+
+impl StatusTallies {
+    pub fn define(prefix: &str) -> StatusTallies {
+        StatusTallies(crate::http::STATUS_CLASSES.iter().map(|class| Tally::define(&format!("{prefix}.responses_{class}"))).collect())
+    }
+
+    /// Counts one response with this `:status` value.
+    pub fn count(&self, status: &[u8]) {
+        let class = crate::http::status_class(status);
+        if let Some(t) = crate::http::STATUS_CLASSES.iter().position(|c| *c == class).and_then(|i| self.0.get(i)) {
+            t.inc();
+        }
+    }
+
+    pub fn tallies(&self) -> impl Iterator<Item = &Tally> {
+        self.0.iter()
     }
 }
 

@@ -102,6 +102,22 @@ pub fn status_class(status: &[u8]) -> &'static str {
 /// Status classes in the order metrics are defined for them.
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
+/// `value` as decimal text, written into `buf` (20 bytes hold any `u64`) without allocating.
+pub fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(b) = buf.get_mut(at) {
+            *b = b'0' + (value % 10) as u8;
+        }
+        value /= 10;
+        if value == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
 /// True when `value` can be forwarded as a header value: no CR, LF or NUL (header injection),
 /// and at most `max_len` bytes.
 pub fn is_safe_header_value(value: &[u8], max_len: usize) -> bool {
@@ -188,6 +204,14 @@ mod tests {
     use super::*;
 
     type Case<'a> = (&'a [u8], &'a str, Option<&'a [u8]>);
+
+    #[test]
+    fn decimals() {
+        let mut buf = [0u8; 20];
+        for (n, text) in [(0u64, "0"), (7, "7"), (10, "10"), (1_234_567, "1234567"), (u64::MAX, "18446744073709551615")] {
+            assert_eq!(decimal(n, &mut buf), text.as_bytes());
+        }
+    }
 
     #[test]
     fn cookies() {

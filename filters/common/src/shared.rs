@@ -3,9 +3,10 @@
 //! Envoy keeps one shared-data map per VM id for all worker threads. A value carries a CAS
 //! number; a write with a non-zero CAS fails with `CasMismatch` if another write came in
 //! between. A write with CAS 0 is unconditional, and a key that does not exist yet is always
-//! written: proxy-wasm has no create-if-absent, so two workers that both see a key missing
-//! can both create it. [`update`] retries on mismatch; callers that cannot lose a first write
-//! create their keys before traffic arrives.
+//! written, whatever the CAS. proxy-wasm has no create-if-absent, but a write with a CAS the
+//! key cannot have ([`CREATE_CAS`]) is one: it creates a missing key and fails with a mismatch
+//! on a key another worker created in between. [`update`] creates keys that way, so two
+//! workers that both see a key missing cannot both create it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -43,8 +44,15 @@ pub enum Update<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Contended;
 
+/// The CAS a create-if-absent write carries. Envoy's CAS numbers come from one counter per
+/// process that skips 0, so an existing key holds `u32::MAX` only for the one write made when
+/// that counter passes it (about once per four billion writes): the only case in which a
+/// create would overwrite instead of failing.
+pub const CREATE_CAS: u32 = u32::MAX;
+
 /// Read-modify-write with CAS retries. `step` sees the current value (`None` if absent) and
 /// may be called several times; it must not have side effects beyond computing the result.
+/// A missing key is created with [`CREATE_CAS`], so a concurrent first write is not lost.
 pub fn update<S, T, F>(store: &S, key: &str, attempts: u32, mut step: F) -> Result<T, Contended>
 where
     S: SharedStore + ?Sized,
@@ -54,7 +62,7 @@ where
         let current = store.get(key);
         let (value, cas) = match &current {
             Some((value, cas)) => (Some(value.as_slice()), *cas),
-            None => (None, 0),
+            None => (None, CREATE_CAS),
         };
         match step(value) {
             Update::Keep(out) => return Ok(out),
@@ -188,6 +196,25 @@ mod tests {
         });
         assert_eq!(r, Err(Contended));
         assert_eq!(s.get("n").unwrap().0, b"x");
+    }
+
+    #[test]
+    fn a_concurrent_first_write_is_not_lost() {
+        let s = MemoryStore::new();
+        // Another worker creates the key between our read (missing) and our write.
+        let mut sneaked = false;
+        let out = update(&s, "n", 4, |v| {
+            if !sneaked {
+                sneaked = true;
+                assert!(v.is_none());
+                s.set("n", b"10", 0).unwrap();
+            }
+            let cur: u64 = v.map(|v| std::str::from_utf8(v).unwrap().parse().unwrap()).unwrap_or(0);
+            Update::Write((cur + 5).to_string().into_bytes(), cur + 5)
+        })
+        .unwrap();
+        assert_eq!(out, 15, "the create must fail and the retry build on the other worker's value");
+        assert_eq!(s.get("n").unwrap().0, b"15");
     }
 
     #[test]

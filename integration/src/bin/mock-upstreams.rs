@@ -5,9 +5,11 @@
 //!   echo:task-api@127.0.0.1:18080   an echo upstream that answers with the request it got
 //!   openai:KEY@127.0.0.1:18082      an OpenAI-compatible provider accepting `Bearer KEY`
 //!   anthropic:KEY@127.0.0.1:18083   an Anthropic Messages provider accepting `x-api-key: KEY`
+//!   jwks:FILE@127.0.0.1:18090       a JWKS endpoint serving FILE (for example the jwks.json that
+//!                                   integration/tools/mint_tokens.py writes), re-read per request
 
 use integration::mock::llm::{self, Api};
-use integration::mock::{echo, MockServer};
+use integration::mock::{echo, jwks, MockServer};
 
 fn start(spec: &str) -> Result<MockServer, String> {
     let (kind_name, address) = spec.split_once('@').ok_or_else(|| format!("{spec}: expected KIND:NAME@ADDRESS"))?;
@@ -16,6 +18,7 @@ fn start(spec: &str) -> Result<MockServer, String> {
         "echo" => echo::start_on(name, address),
         "openai" => llm::start(Api::OpenAi, name, Some(address)).map(|m| m.server),
         "anthropic" => llm::start(Api::Anthropic, name, Some(address)).map(|m| m.server),
+        "jwks" => jwks::JwksServer::serve_file_on(name, address),
         other => return Err(format!("{spec}: unknown kind {other}")),
     };
     server.map_err(|e| format!("{spec}: {e}"))

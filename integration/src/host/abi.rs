@@ -422,11 +422,13 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> Result<()> {
         match kind {
             0 => {
                 s.request_resumed += 1;
+                s.request_headers_paused = false;
                 let data = std::mem::take(&mut s.request_buffer);
                 s.request_body_out.extend_from_slice(&data);
             }
             1 => {
                 s.response_resumed += 1;
+                s.response_headers_paused = false;
                 let data = std::mem::take(&mut s.response_buffer);
                 s.response_body_out.extend_from_slice(&data);
             }

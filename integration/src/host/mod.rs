@@ -125,9 +125,18 @@ pub struct VmBuilder {
     properties: HashMap<String, Vec<u8>>,
     foreign: HashMap<String, Vec<u8>>,
     log_level: u32,
+    allow_on_headers_stop_iteration: bool,
 }
 
 impl VmBuilder {
+    /// Envoy's `PluginConfig.allow_on_headers_stop_iteration` (Envoy >= 1.35). Off by default,
+    /// as in Envoy: a `Pause` on headers then stops the body too (StopAllIterationAndWatermark),
+    /// so a body sent after it is an error here, as the request would hang in Envoy.
+    pub fn allow_on_headers_stop_iteration(mut self, allow: bool) -> Self {
+        self.allow_on_headers_stop_iteration = allow;
+        self
+    }
+
     /// The log level the host reports (0 trace ... 5 critical); info by default, as in Envoy.
     pub fn log_level(mut self, level: u32) -> Self {
         self.log_level = level;
@@ -208,7 +217,15 @@ impl VmBuilder {
         // Imports this host does not provide trap when called, so the test sees which one.
         linker.define_unknown_imports_as_traps(&self.plugin.module).map_err(trap)?;
         let instance = linker.instantiate(&mut store, &self.plugin.module).map_err(trap)?;
-        let mut vm = Vm { store, instance, next_context: 2, failed: None, stderr, shared: self.shared };
+        let mut vm = Vm {
+            store,
+            instance,
+            next_context: 2,
+            failed: None,
+            stderr,
+            shared: self.shared,
+            allow_on_headers_stop_iteration: self.allow_on_headers_stop_iteration,
+        };
 
         let init = ["_initialize", "_start"].into_iter().find(|n| vm.instance.get_func(&mut vm.store, n).is_some());
         if let Some(init) = init {
@@ -242,6 +259,7 @@ pub struct Vm {
     failed: Option<Trap>,
     stderr: MemoryOutputPipe,
     shared: Arc<Shared>,
+    allow_on_headers_stop_iteration: bool,
 }
 
 impl Vm {
@@ -256,6 +274,7 @@ impl Vm {
             properties: HashMap::new(),
             foreign: HashMap::new(),
             log_level: std::env::var("HOST_LOG_LEVEL").ok().and_then(|l| l.parse().ok()).unwrap_or(2),
+            allow_on_headers_stop_iteration: false,
         }
     }
 
@@ -266,6 +285,16 @@ impl Vm {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Starts a VM with a configuration it must reject; returns the error lines it logged.
+    /// Fails the test if the VM starts or traps instead.
+    pub fn rejected(plugin: &Arc<Plugin>, config: &str) -> Vec<String> {
+        match Vm::builder(plugin, &Shared::new()).config(config).try_start() {
+            Err(StartError::Rejected { errors }) => errors,
+            Err(other) => panic!("{config:?}: {other}"),
+            Ok(_) => panic!("{config:?} was accepted"),
+        }
     }
 
     /// Error and critical lines this VM logged.
@@ -317,6 +346,14 @@ impl Vm {
         self.failed.as_ref()
     }
 
+    /// The size of the VM's linear memory in bytes (it only grows; the soak watches it).
+    pub fn memory_bytes(&mut self) -> u64 {
+        match self.instance.get_export(&mut self.store, "memory") {
+            Some(wasmtime::Extern::Memory(m)) => m.data_size(&self.store) as u64,
+            _ => 0,
+        }
+    }
+
     // --- root context
 
     pub fn tick_period_ms(&self) -> u32 {
@@ -338,6 +375,28 @@ impl Vm {
         self.store.data_mut().active = 1;
         let r = self.call::<(i32, i32), ()>("proxy_on_queue_ready", (1, token as i32));
         self.must(r)
+    }
+
+    /// Delivers `proxy_on_queue_ready` for every non-empty shared queue this VM's root
+    /// registered, as Envoy does on the worker's next event-loop turn after an enqueue; returns
+    /// how many queues it delivered.
+    pub fn deliver_queues(&mut self) -> usize {
+        let vm = self.store.data().vm_index;
+        let ready: Vec<u32> = {
+            let q = self.shared.queues();
+            let mut tokens: Vec<u32> = q
+                .owners
+                .iter()
+                .filter(|(token, (owner, _))| *owner == vm && q.items.get(*token).is_some_and(|items| !items.is_empty()))
+                .map(|(token, _)| *token)
+                .collect();
+            tokens.sort_unstable();
+            tokens
+        };
+        for token in &ready {
+            self.queue_ready(*token);
+        }
+        ready.len()
     }
 
     /// A property every context of this VM sees from now on.
@@ -385,7 +444,10 @@ impl Vm {
         let n = headers.len() as i32;
         self.stream_mut(id).request_headers = lowercase(headers);
         let raw = self.call::<(i32, i32, i32), i32>("proxy_on_request_headers", (id as i32, n, end_of_stream as i32))?;
-        Ok(Action::from_raw(raw))
+        let action = Action::from_raw(raw);
+        let s = self.stream_mut(id);
+        s.request_headers_paused = action == Action::Pause && s.local_reply.is_none();
+        Ok(action)
     }
 
     pub fn request_headers(&mut self, id: u32, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
@@ -398,6 +460,9 @@ impl Vm {
     /// Envoy's `StopIterationAndBuffer`.
     pub fn try_request_body(&mut self, id: u32, chunk: &[u8], end_of_stream: bool) -> Result<Action, Trap> {
         self.activate(id);
+        if self.stream(id).request_headers_paused && !self.allow_on_headers_stop_iteration {
+            return Err(headers_paused("request"));
+        }
         let s = self.stream_mut(id);
         s.request_buffer.extend_from_slice(chunk);
         let size = s.request_buffer.len() as i32;
@@ -428,7 +493,10 @@ impl Vm {
         let n = headers.len() as i32;
         self.stream_mut(id).response_headers = lowercase(headers);
         let raw = self.call::<(i32, i32, i32), i32>("proxy_on_response_headers", (id as i32, n, end_of_stream as i32))?;
-        Ok(Action::from_raw(raw))
+        let action = Action::from_raw(raw);
+        let s = self.stream_mut(id);
+        s.response_headers_paused = action == Action::Pause && s.local_reply.is_none();
+        Ok(action)
     }
 
     pub fn response_headers(&mut self, id: u32, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
@@ -439,6 +507,9 @@ impl Vm {
     /// Delivers a response body chunk; see [`Vm::try_request_body`] for buffering.
     pub fn try_response_body(&mut self, id: u32, chunk: &[u8], end_of_stream: bool) -> Result<Action, Trap> {
         self.activate(id);
+        if self.stream(id).response_headers_paused && !self.allow_on_headers_stop_iteration {
+            return Err(headers_paused("response"));
+        }
         let s = self.stream_mut(id);
         s.response_buffer.extend_from_slice(chunk);
         let size = s.response_buffer.len() as i32;
@@ -478,6 +549,12 @@ impl Vm {
     pub fn end_stream(&mut self, id: u32) {
         let r = self.try_end_stream(id);
         self.must(r)
+    }
+
+    /// Drops an ended stream's record, as Envoy frees a finished stream (long runs such as the
+    /// soak would otherwise keep every stream in the host).
+    pub fn forget_stream(&mut self, id: u32) -> Option<Stream> {
+        self.store.data_mut().streams.remove(&id)
     }
 
     /// Runs a whole exchange: request headers (and body), then, unless the filter replied
@@ -578,6 +655,18 @@ impl Vm {
         let r = self.call::<(i32, i32, i32), ()>("proxy_on_grpc_close", (call.context_id as i32, token as i32, status as i32));
         self.must(r)
     }
+}
+
+/// What Envoy does with a body after the filter paused on headers without
+/// `allow_on_headers_stop_iteration`: it never delivers it (proxy-wasm-cpp-host turns the pause
+/// into StopAllIterationAndWatermark), and the stream hangs.
+fn headers_paused(direction: &str) -> Trap {
+    Trap(format!(
+        "the filter paused on {direction} headers and did not resume: Envoy would not deliver this {direction} body \
+         (it turns the pause into StopAllIterationAndWatermark) and the stream would hang, unless the wasm \
+         PluginConfig sets allow_on_headers_stop_iteration: true (Envoy >= 1.35); say so with \
+         VmBuilder::allow_on_headers_stop_iteration(true)"
+    ))
 }
 
 /// `[("name", "value")]` to header pairs. Names are lower-cased, as Envoy's codecs do.

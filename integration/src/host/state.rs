@@ -240,6 +240,9 @@ pub struct Stream {
     pub set_properties: HashMap<String, Vec<u8>>,
     pub request_resumed: u32,
     pub response_resumed: u32,
+    /// The filter answered `Pause` to these headers and has not resumed the stream since.
+    pub request_headers_paused: bool,
+    pub response_headers_paused: bool,
     pub request_closed: bool,
     pub response_closed: bool,
     pub done: bool,

@@ -11,7 +11,11 @@
 //!   `max_completion_tokens` / `max_output_tokens` like a real model);
 //! - `x-mock-cached-tokens: N` — report N prompt tokens as cached (OpenAI
 //!   `prompt_tokens_details.cached_tokens`; Anthropic `cache_read_input_tokens`);
-//! - `x-mock-chunk-delay-ms: N` — pause between SSE events (slow streams).
+//! - `x-mock-chunk-delay-ms: N` — pause between SSE events (slow streams);
+//! - `x-mock-fault-openai: 429` / `x-mock-fault-anthropic: reset` — a fault for this request only,
+//!   on the mock of that API: a status (with the provider's error body) or `reset`. With the
+//!   API in the name, one header can fail the primary of a gateway and spare its fallback
+//!   (the local gateway's failover demo).
 //!
 //! Faults are set on the mock by the test ([`Fault`]): an error status with the provider's
 //! error body, a reset before or during the response, a delay, a malformed body, or gzip.
@@ -203,7 +207,20 @@ fn error(api: Api, status: u16, message: &str) -> MockResponse {
     r
 }
 
+/// The fault a request asks this mock for (`x-mock-fault-<api>`), if any.
+fn header_fault(api: Api, r: &RecordedRequest) -> Option<Fault> {
+    let name = match api {
+        Api::OpenAi => "x-mock-fault-openai",
+        Api::Anthropic => "x-mock-fault-anthropic",
+    };
+    match r.header(name)?.trim() {
+        "reset" => Some(Fault::ResetBeforeResponse),
+        status => status.parse().ok().filter(|s| (400..600).contains(s)).map(Fault::Status),
+    }
+}
+
 fn respond(api: Api, key: &str, fault: Option<Fault>, r: &RecordedRequest) -> MockResponse {
+    let fault = header_fault(api, r).or(fault);
     match fault {
         Some(Fault::Status(status)) => return error(api, status, &format!("mock fault: status {status}")),
         Some(Fault::ResetBeforeResponse) => return MockResponse::Reset,

@@ -12,3 +12,4 @@ pub mod mock;
 pub mod promql;
 pub mod ratelimit;
 pub mod soak;
+pub mod token_budget;

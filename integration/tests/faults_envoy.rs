@@ -220,9 +220,9 @@ fn a_client_that_leaves_a_translated_stream_frees_the_provider_and_the_reservati
 
 mod jwks_faults {
     use integration::client;
-    use integration::envoy::{Bootstrap, Envoy};
-    use integration::mock::jwks::{mint, JwksServer, Minted, Mode};
-    use integration::mock::{echo, MockServer};
+    use integration::envoy::Envoy;
+    use integration::mock::jwks::{jwt_gateway, mint, JwksServer, Minted, Mode};
+    use integration::mock::MockServer;
     use std::sync::OnceLock;
     use std::time::{Duration, Instant};
 
@@ -232,14 +232,7 @@ mod jwks_faults {
     }
 
     fn setup(mode: Mode) -> (Envoy, MockServer, JwksServer) {
-        let upstream = echo::start("task-api");
-        let jwks = JwksServer::start(mode);
-        let envoy = Bootstrap::load("integration/envoy/jwt-claims.yaml")
-            .and_then(|b| b.concurrency(2).cluster("task-api", upstream.port()))
-            .and_then(|b| b.cluster("jwks", jwks.port()))
-            .and_then(|b| b.start())
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        (envoy, upstream, jwks)
+        jwt_gateway(mode)
     }
 
     fn get(envoy: &Envoy, token: &str) -> client::Resp {

@@ -3,9 +3,9 @@
 //! the attack table gets its statuses, and spoofed claim headers never arrive.
 
 use integration::client;
-use integration::envoy::{Bootstrap, Envoy};
-use integration::mock::jwks::{mint, JwksServer, Minted, Mode};
-use integration::mock::{echo, MockServer};
+use integration::envoy::Envoy;
+use integration::mock::jwks::{jwt_gateway, mint, JwksServer, Minted, Mode};
+use integration::mock::MockServer;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -21,13 +21,7 @@ struct Setup {
 }
 
 fn setup(mode: Mode) -> Setup {
-    let upstream = echo::start("task-api");
-    let jwks = JwksServer::start(mode);
-    let envoy = Bootstrap::load("integration/envoy/jwt-claims.yaml")
-        .and_then(|b| b.concurrency(2).cluster("task-api", upstream.port()))
-        .and_then(|b| b.cluster("jwks", jwks.port()))
-        .and_then(|b| b.start())
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let (envoy, upstream, jwks) = jwt_gateway(mode);
     Setup { envoy, upstream, jwks }
 }
 

@@ -122,18 +122,23 @@ fn every_extension_policy_config_loads_in_its_filter() {
     }
 }
 
-#[test]
-fn wasm_pins_match_this_build() {
-    let dist = integration::envoy::tempdir("package").unwrap();
-    let out = Command::new("python3")
+/// Runs scripts/package.py on this build's modules, writing into `dist`.
+fn package(dist: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new("python3")
         .arg(paths::root().join("scripts/package.py"))
-        .arg("--check-manifests")
+        .args(extra)
         .arg("--wasm-dir")
         .arg(paths::target_dir().join("wasm32-wasip1/release"))
         .arg("--dist")
-        .arg(&dist)
+        .arg(dist)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn wasm_pins_match_this_build() {
+    let dist = integration::envoy::tempdir("package").unwrap();
+    let out = package(&dist, &["--check-manifests"]);
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "run `scripts/package.sh --update-manifests` after changing a filter:\n{report}");
     let _ = std::fs::remove_dir_all(dist);
@@ -143,14 +148,7 @@ fn wasm_pins_match_this_build() {
 fn oci_layout_holds_the_module_as_envoy_gateway_expects() {
     // The "compat" Wasm image: index -> one manifest -> one tar+gzip layer with plugin.wasm.
     let dist = integration::envoy::tempdir("oci").unwrap();
-    let status = Command::new("python3")
-        .arg(paths::root().join("scripts/package.py"))
-        .arg("--wasm-dir")
-        .arg(paths::target_dir().join("wasm32-wasip1/release"))
-        .arg("--dist")
-        .arg(&dist)
-        .output()
-        .unwrap();
+    let status = package(&dist, &[]);
     assert!(status.status.success());
     let layout = dist.join("oci/ab-variant");
     let blob = |digest: &str| std::fs::read(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap();

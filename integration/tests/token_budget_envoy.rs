@@ -15,6 +15,8 @@ struct Setup {
 }
 
 fn setup(config: &str) -> Setup {
+    // The budgets here are per minute: each test's counts fall in one window.
+    integration::token_budget::clear_of_window_edge(60, std::time::Duration::from_secs(20));
     let openai = llm::openai("sk-test");
     let anthropic = llm::anthropic("ak-test");
     let envoy = Bootstrap::load("integration/envoy/token-budget.yaml")

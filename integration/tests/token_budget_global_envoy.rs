@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 const OPENAI_AUTH: (&str, &str) = ("authorization", "Bearer sk-test");
 
-/// One per-user budget of `tokens` a minute, in `mode` (`local`, or `global` with `failure`).
+/// One per-user budget of `tokens` an hour, in `mode` (`local`, or `global` with `failure`).
 /// The check's timeout is generous: these tests share a small machine with others, and a
 /// check that misses its deadline is a failure (the frozen-service test sets its own).
 fn config(tokens: u64, mode: &str, failure: &str) -> String {
@@ -28,7 +28,7 @@ fn config_with_timeout(tokens: u64, mode: &str, failure: &str, timeout_ms: u64) 
         String::new()
     };
     format!(
-        r#"{{"subject": {{"header": "x-user-id"}}, "budgets": [{{"name": "user_minute", "key": ["subject"], "tokens": {tokens}, "window": "1m"}}],
+        r#"{{"subject": {{"header": "x-user-id"}}, "budgets": [{{"name": "user_hour", "key": ["subject"], "tokens": {tokens}, "window": "1h"}}],
             "reserve": {{"default": 10}}{global}}}"#
     )
 }
@@ -42,6 +42,8 @@ struct Replicas {
 
 impl Replicas {
     fn start(n: usize, filter_config: &str) -> Replicas {
+        // Every count a test asserts falls in one hour window.
+        integration::token_budget::clear_of_window_edge(3600, Duration::from_secs(120));
         let global = filter_config.contains(r#""mode": "global""#);
         let rl = global.then(|| RateLimit::start(filter_config).unwrap_or_else(|e| panic!("{e:#}")));
         let openai = llm::openai("sk-test");
@@ -172,7 +174,7 @@ fn two_replicas_sharing_the_service_keep_a_subject_within_its_budget() {
     assert!(load.limited >= 2 * clients_per_replica as u64, "every client ends limited: {load:?}");
     // Every admitted request was charged at the service, once.
     assert_eq!(r.stat_sum("token_budget_global_charges_confirmed", |n| n >= load.admitted), load.admitted);
-    assert_eq!(r.stat_sum("token_budget_user_minute_tokens_charged", |n| n >= load.admitted_tokens), load.admitted_tokens);
+    assert_eq!(r.stat_sum("token_budget_user_hour_tokens_charged", |n| n >= load.admitted_tokens), load.admitted_tokens);
     assert_eq!(r.stat_sum("token_budget_global_check_failures", |_| true), 0);
     // Both replicas took part.
     for e in &r.envoys {
@@ -278,6 +280,10 @@ fn a_killed_service_with_failure_mode_allow_admits_and_charges_it_on_return() {
         assert_eq!(resp.status, 200);
         used += resp.json()["usage"]["total_tokens"].as_u64().unwrap();
     }
+    // Their charges have landed: none is in flight when the service dies. (One that is gets
+    // Envoy's "connection termination" and is not sent again, since the service may have
+    // counted it: token_budget_global_wasm.rs tests that case.)
+    assert_eq!(r.stat_sum("token_budget_global_charges_confirmed", |n| n >= 4), 4);
     r.rl().service.kill();
     // Down: admitted on each replica's own guard; the charges wait in the settlement backlog.
     for i in 0..10 {
@@ -297,7 +303,16 @@ fn a_killed_service_with_failure_mode_allow_admits_and_charges_it_on_return() {
         seen = room(&url, "alice");
         seen == budget - used
     });
-    assert_eq!(seen, budget - used);
+    let report = || {
+        let stats: Vec<String> = ["checks", "check_failures", "failure_allowed", "settlements_sent", "charges_confirmed", "charges_retried", "charges_unconfirmed"]
+            .iter()
+            .map(|n| format!("{n}={}", r.stat_sum(&format!("token_budget_global_{n}"), |_| true)))
+            .collect();
+        let lines: Vec<String> = r.envoys.iter().flat_map(|e| e.log().lines().filter(|l| l.contains("rate limit service")).map(str::to_string).collect::<Vec<_>>()).collect();
+        format!("{}\n{}", stats.join(" "), lines.join("\n"))
+    };
+    assert_eq!(seen, budget - used, "{}", report());
+    assert_eq!(r.stat_sum("token_budget_global_charges_unconfirmed", |_| true), 0, "every failed settlement was known not to have reached the service: {}", report());
     r.assert_no_traps();
 }
 
@@ -380,7 +395,7 @@ fn burst(mode: &str, budget: u64, per_replica: usize) -> (u64, u64, u64) {
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
     assert_eq!(admitted + statuses.iter().filter(|s| **s == 429).count() as u64, statuses.len() as u64, "{statuses:?}");
-    let charged = r.stat_sum("token_budget_user_minute_tokens_charged", |n| n >= admitted * 110);
+    let charged = r.stat_sum("token_budget_user_hour_tokens_charged", |n| n >= admitted * 110);
     eprintln!("{mode} burst of {} streams on 2 replicas, budget {budget}, reservation {reservation}: {admitted} admitted, {charged} tokens charged ({:+} over the budget)", statuses.len(), charged as i64 - budget as i64);
     (admitted, charged, reservation)
 }

@@ -4,7 +4,8 @@
 //! filter sends are read with Google's protobuf runtime (integration/tools/rls_proto.py), not
 //! with the filter's own codec.
 
-use integration::host::{Action, GrpcCall, Plugin, Shared, Vm, DEFAULT_START_NS};
+use integration::token_budget::records;
+use integration::host::{Action, GrpcCall, Plugin, Shared, Vm, DEFAULT_START_NS, GRPC_CONNECTION_TERMINATED, GRPC_CONNECT_REFUSED, GRPC_TIMEOUT};
 use integration::paths;
 use serde_json::{json, Value};
 use std::io::Write as _;
@@ -137,22 +138,6 @@ fn send(vm: &mut Vm, headers: &[(&str, &str)], body: &[u8]) -> (u32, GrpcCall) {
     assert!(vm.stream(id).request_body_out.is_empty());
     let call = vm.grpc_calls().into_iter().find(|c| c.context_id == id).expect("a check call");
     (id, call)
-}
-
-/// Every budget record in shared data: (used, reserved, reserved_prev).
-fn records(shared: &Shared) -> Vec<(u64, u64, u64)> {
-    shared
-        .shared_keys()
-        .iter()
-        .filter(|k| k.starts_with("tb.s.") || k.starts_with("tb.o."))
-        .filter_map(|k| {
-            let v = shared.shared_value(k)?;
-            (v.len() == 48).then(|| {
-                let f = |i: usize| u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().unwrap());
-                (f(3), f(4), f(5))
-            })
-        })
-        .collect()
 }
 
 fn metric(vm: &mut Vm, shared: &Shared, name: &str) -> u64 {
@@ -337,8 +322,8 @@ fn when_the_service_cannot_answer_failure_mode_deny_answers_503_and_logs_once() 
         shared.advance_ms(100);
         let (id, call) = send(&mut vm, &post("/v1/chat/completions", &format!("u{i}")), &body);
         match *how {
-            "unavailable" => vm.fail_grpc(call.token, 14),
-            "timeout" => vm.fail_grpc(call.token, 4),
+            "unavailable" => vm.fail_grpc(call.token, 14, GRPC_CONNECT_REFUSED),
+            "timeout" => vm.fail_grpc(call.token, 14, GRPC_TIMEOUT),
             "garbage" => vm.respond_grpc(call.token, b"\x0f\xff"),
             "unconfigured" => vm.respond_grpc(call.token, &response(1, &[status(1, None, 0, 0)])),
             _ => vm.respond_grpc(call.token, &response(1, &[])),
@@ -361,7 +346,7 @@ fn when_the_service_cannot_answer_failure_mode_deny_answers_503_and_logs_once() 
     // Ten seconds later the next failure is logged again, with the count since the last line.
     shared.advance_s(10);
     let (_, call) = send(&mut vm, &post("/v1/chat/completions", "late"), &body);
-    vm.fail_grpc(call.token, 14);
+    vm.fail_grpc(call.token, 14, GRPC_CONNECT_REFUSED);
     let lines: Vec<String> = shared.log_messages(3).into_iter().filter(|l| l.contains("rate limit service")).collect();
     assert_eq!(lines.len(), 2);
     assert!(lines[1].contains("5 failure(s) in this worker"), "{lines:?}");
@@ -376,7 +361,7 @@ fn failure_mode_allow_admits_against_this_replicas_own_guard_and_charges_later()
     let mut admitted = Vec::new();
     for _ in 0..6 {
         let (id, call) = send(&mut vm, &post("/v1/chat/completions", "alice"), &body);
-        vm.fail_grpc(call.token, 14);
+        vm.fail_grpc(call.token, 14, GRPC_CONNECT_REFUSED);
         if vm.stream(id).local_reply.is_none() {
             assert_eq!(vm.stream(id).request_body_out, body);
             admitted.push(id);
@@ -397,7 +382,7 @@ fn failure_mode_allow_admits_against_this_replicas_own_guard_and_charges_later()
     vm.deliver_queues();
     let call = only_call(&vm);
     assert_eq!(decode(&call.message)["descriptors"][0]["hits_addend"], json!(30 * admitted.len() as u64), "merged into one descriptor");
-    vm.fail_grpc(call.token, 14);
+    vm.fail_grpc(call.token, 14, GRPC_CONNECT_REFUSED);
     assert!(vm.grpc_calls().is_empty(), "backing off");
     shared.advance_ms(300);
     vm.tick();
@@ -406,6 +391,30 @@ fn failure_mode_allow_admits_against_this_replicas_own_guard_and_charges_later()
     assert_eq!(records(&shared).iter().map(|r| r.1).sum::<u64>(), 0, "confirmed");
     assert_eq!(metric(&mut vm, &shared, "token_budget.global.charges_retried"), admitted.len() as u64);
     assert_eq!(shared.metric("token_budget.global.charges_confirmed"), Some(admitted.len() as u64));
+}
+
+#[test]
+fn a_settlement_whose_connection_broke_after_it_went_out_is_not_sent_twice() {
+    // The service was killed while it handled the call: it may have counted the charge.
+    let shared = Shared::new();
+    let mut vm = start(&shared, &config(10_000, "allow"));
+    let (id, call) = send(&mut vm, &post("/v1/chat/completions", "alice"), &chat("gpt-4o", 10));
+    vm.respond_grpc(call.token, &response(1, &[status(1, Some(10_000), 10_000, 30)]));
+    vm.response_headers(id, JSON_OK, false);
+    vm.response_body(id, &openai_json(3, 4), true);
+    vm.end_stream(id);
+    vm.deliver_queues();
+    let call = only_call(&vm);
+    shared.advance_ms(5);
+    vm.fail_grpc(call.token, 14, GRPC_CONNECTION_TERMINATED);
+    shared.advance_ms(1000);
+    vm.tick();
+    assert!(vm.grpc_calls().is_empty(), "a second attempt could charge twice");
+    assert_eq!(records(&shared), vec![(0, 0, 0)], "and nothing stays held");
+    assert_eq!(metric(&mut vm, &shared, "token_budget.global.charges_unconfirmed"), 1);
+    assert_eq!(shared.metric("token_budget.global.charges_retried"), Some(0));
+    let lines: Vec<String> = shared.log_messages(3).into_iter().filter(|l| l.contains("rate limit service")).collect();
+    assert!(lines.iter().any(|l| l.contains("not resent: it may have been counted")), "{lines:?}");
 }
 
 #[test]
@@ -422,7 +431,7 @@ fn a_settlement_that_fails_at_its_deadline_is_not_sent_twice() {
     let call = only_call(&vm);
     // The service answered nothing before the deadline: it may have counted the charge.
     shared.advance_ms(1000);
-    vm.fail_grpc(call.token, 14);
+    vm.fail_grpc(call.token, 14, GRPC_TIMEOUT);
     shared.advance_ms(1000);
     vm.tick();
     assert!(vm.grpc_calls().is_empty(), "a second attempt could charge twice");

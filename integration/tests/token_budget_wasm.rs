@@ -1,6 +1,7 @@
 //! Behavioural tests of the built `token_budget.wasm` in the wasmtime host, with the clock under
 //! the test's control.
 
+use integration::token_budget::records;
 use integration::host::{Action, Plugin, Shared, Stream, Vm, DEFAULT_START_NS};
 use serde_json::{json, Value};
 use std::io::Write as _;
@@ -89,23 +90,6 @@ fn exchange(vm: &mut Vm, user: &str, body: &[u8], headers: &[(&str, &str)], chun
 fn remaining(s: &Stream) -> u64 {
     let v = s.response_header("x-ratelimit-remaining-tokens").or_else(|| s.local_reply.as_ref().and_then(|r| r.header("x-ratelimit-remaining-tokens")));
     v.unwrap_or_else(|| panic!("no remaining header: {s:?}")).parse().unwrap()
-}
-
-/// Every budget record in shared data: (used, reserved, reserved_prev), decoded from the
-/// documented 48-byte layout.
-fn records(shared: &Shared) -> Vec<(u64, u64, u64)> {
-    shared
-        .shared_keys()
-        .iter()
-        .filter(|k| k.starts_with("tb.s.") || k.starts_with("tb.o."))
-        .filter_map(|k| {
-            let v = shared.shared_value(k)?;
-            (v.len() == 48).then(|| {
-                let f = |i: usize| u64::from_le_bytes(v[i * 8..i * 8 + 8].try_into().unwrap());
-                (f(3), f(4), f(5))
-            })
-        })
-        .collect()
 }
 
 fn metric(vm: &mut Vm, shared: &Shared, name: &str) -> u64 {

@@ -181,6 +181,37 @@ pub fn grpc_response(max: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, max).ok().flatten()
 }
 
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_status(code: *mut u32, return_data: *mut *mut u8, return_size: *mut usize) -> Status;
+}
+
+/// The message of the gRPC status a call just failed with (in `on_grpc_call_response`), at
+/// most `max` bytes, as bytes: the SDK's `get_grpc_status` panics on a message that is not
+/// UTF-8, and the message comes from the upstream.
+pub fn grpc_status_message(max: usize) -> Vec<u8> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let (mut code, mut data, mut size) = (0u32, std::ptr::null_mut(), 0usize);
+        // SAFETY: on Ok the host returns a buffer it allocated through
+        // `proxy_on_memory_allocate` (a boxed slice of `size` bytes), which we now own.
+        let mut message = unsafe {
+            match proxy_get_status(&mut code, &mut data, &mut size) {
+                Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
+                _ => Vec::new(),
+            }
+        };
+        message.truncate(max);
+        message
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = max;
+        Vec::new()
+    }
+}
+
 /// Registers a shared queue whose `on_queue_ready` comes to this root context (Envoy runs it
 /// on this worker's thread).
 pub fn register_queue(name: &str) -> Option<u32> {

@@ -108,6 +108,45 @@ fn grpc_status_name(status: u32) -> &'static str {
     }
 }
 
+/// How a settlement call failed: its gRPC status, and whether it certainly never reached the
+/// service ([`unreached`]), so that sending it again cannot charge twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallError {
+    pub status: u32,
+    pub unreached: bool,
+}
+
+impl CallError {
+    /// Classifies a failed call by its gRPC status and message.
+    pub fn new(status: u32, message: &[u8]) -> CallError {
+        CallError { status, unreached: unreached(status, message) }
+    }
+}
+
+/// Whether a call that failed with `status` and `message` can be known never to have reached
+/// the rate limit service. Envoy answers a call it could not deliver the way its router answers
+/// any request: gRPC status 14 with the local reply's text, e.g. `upstream connect error or
+/// disconnect/reset before headers. reset reason: remote connection failure, transport failure
+/// reason: delayed connect error: Connection refused`; a connection that broke after the call
+/// went out says `reset reason: connection termination` instead, and then the service may have
+/// counted the charge before it went away. So only a connection that was never made (connect
+/// failure or timeout), a call a circuit breaker held back (`overflow`), no host at all, or an
+/// error the service itself answered (status 2, such as Redis being down: it counted nothing)
+/// is unreached. Anything else, deadlines and cancellations included, may have been counted.
+pub fn unreached(status: u32, message: &[u8]) -> bool {
+    let has = |needle: &[u8]| message.windows(needle.len()).any(|w| w == needle);
+    match status {
+        2 => true,
+        14 if message == b"no healthy upstream" => true,
+        14 if has(b"before headers") && !has(b"retried") => {
+            const NEVER_SENT: [&[u8]; 4] =
+                [b"reset reason: remote connection failure", b"reset reason: local connection failure", b"reset reason: connection timeout", b"reset reason: overflow"];
+            NEVER_SENT.iter().any(|n| has(n))
+        }
+        _ => false,
+    }
+}
+
 /// Where a request's budgets are counted.
 pub trait Ledger {
     /// Starts admission of `claims`.
@@ -244,7 +283,6 @@ pub struct PendingCharge {
 
 struct Batch {
     token: u32,
-    sent_ms: u64,
     charges: Vec<PendingCharge>,
 }
 
@@ -255,11 +293,12 @@ pub struct Settled {
     pub sent: u64,
     /// Charges the service acknowledged.
     pub confirmed: u64,
-    /// Charges put back for another attempt: the call failed before its deadline, so the
-    /// service did not count them.
+    /// Charges put back for another attempt: the call never reached the service
+    /// ([`unreached`]), so it did not count them.
     pub retried: u64,
-    /// Charges whose call failed at its deadline: the service may have counted them, so they
-    /// are not sent again (a second attempt could charge twice).
+    /// Charges whose call failed after it may have reached the service (a deadline, a broken
+    /// connection): it may have counted them, so they are not sent again (a second attempt
+    /// could charge twice).
     pub unconfirmed: u64,
     /// Charges dropped because the backlog was full.
     pub dropped: u64,
@@ -354,7 +393,7 @@ impl<S: SharedStore, T: Transport> GlobalLedger<S, T> {
             match self.transport.call(&message, self.settle_timeout_ms()) {
                 Some(token) => {
                     out.sent += 1;
-                    self.in_flight.borrow_mut().push(Batch { token, sent_ms: now_ms, charges });
+                    self.in_flight.borrow_mut().push(Batch { token, charges });
                 }
                 None => {
                     // Envoy refused to send it: try again later, in order.
@@ -377,8 +416,8 @@ impl<S: SharedStore, T: Transport> GlobalLedger<S, T> {
         self.in_flight.borrow().iter().any(|b| b.token == token)
     }
 
-    /// The outcome of a settlement call: the response, or the gRPC status it failed with.
-    pub fn settled(&self, budgets: &[Budget], token: u32, answer: Result<&[u8], u32>, now_ms: u64) -> Settled {
+    /// The outcome of a settlement call: the response, or how it failed.
+    pub fn settled(&self, budgets: &[Budget], token: u32, answer: Result<&[u8], CallError>, now_ms: u64) -> Settled {
         let now = now_ms / 1000;
         let mut out = Settled::default();
         let batch = {
@@ -402,20 +441,22 @@ impl<S: SharedStore, T: Transport> GlobalLedger<S, T> {
                     self.release(budgets, charge, now);
                 }
             }
-            Err(status) if now_ms.saturating_sub(batch.sent_ms) * 10 < u64::from(self.settle_timeout_ms()) * 9 => {
-                // Failed well before its deadline (connection refused, the service's error
-                // reply): the service did not count it. Back to the front of the queue.
+            Err(e) if e.unreached => {
+                // The service cannot have counted it (connection refused, the service's own
+                // error reply): back to the front of the queue.
                 out.retried += batch.charges.len() as u64;
-                out.failure = Some(Failure::Status(status));
+                out.failure = Some(Failure::Status(e.status));
                 self.retry_at_ms.set(now_ms.saturating_add(RETRY_BACKOFF_MS));
                 let mut backlog = self.backlog.borrow_mut();
                 for c in batch.charges.into_iter().rev() {
                     backlog.push_front(c);
                 }
             }
-            Err(status) => {
+            Err(e) => {
+                // It may have been counted (a deadline, a connection that broke after the
+                // call went out): released, never sent twice.
                 out.unconfirmed += batch.charges.len() as u64;
-                out.failure = Some(Failure::Status(status));
+                out.failure = Some(Failure::Status(e.status));
                 for charge in &batch.charges {
                     self.release(budgets, charge, now);
                 }
@@ -706,6 +747,30 @@ mod tests {
         assert_eq!(ledger.open(&[budget("b", 1)], &claims, T0), Opening::Failed(Failure::NotSent));
     }
 
+    const REFUSED: &[u8] = b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused";
+    const TERMINATED: &[u8] = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+
+    #[test]
+    fn only_a_call_that_never_reached_the_service_counts_as_unreached() {
+        let cases: [(u32, &[u8], bool); 12] = [
+            (14, REFUSED, true),
+            (14, b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111", true),
+            (14, b"upstream connect error or disconnect/reset before headers. reset reason: connection timeout", true),
+            (14, b"upstream connect error or disconnect/reset before headers. reset reason: overflow", true),
+            (14, b"no healthy upstream", true),
+            (2, b"redis error: dial tcp 127.0.0.1:6379: connect: connection refused", true),
+            (14, TERMINATED, false),
+            (14, b"upstream connect error or disconnect/reset before headers. reset reason: remote reset", false),
+            (14, b"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure", false),
+            (14, b"upstream request timeout", false),
+            (4, b"", false),
+            (13, b"", false),
+        ];
+        for (status, message, want) in cases {
+            assert_eq!(unreached(status, message), want, "{status} {}", String::from_utf8_lossy(message));
+        }
+    }
+
     #[test]
     fn settlement_batches_merge_keys_and_retry_only_what_the_service_cannot_have_counted() {
         let budgets = [budget("b", 1_000_000)];
@@ -725,15 +790,17 @@ mod tests {
         assert_eq!(ledger.flush(ms).sent, 1);
         let want = rls::request("llm", [(&alice.entries[..], 40), (&bob.entries[..], 20)]);
         assert_eq!(rec.calls.borrow()[0].0, want, "one descriptor per key, charges summed");
-        // Fails fast (connection refused): back in the queue, not sent again before the backoff.
-        let r = ledger.settled(&budgets, 1, Err(14), ms + 5);
+        // Never reached the service (connection refused): back in the queue, not sent again
+        // before the backoff.
+        let r = ledger.settled(&budgets, 1, Err(CallError::new(14, REFUSED)), ms + 5);
         assert_eq!(r.retried, 3);
         assert_eq!(ledger.backlog(), 3);
         assert_eq!(ledger.flush(ms + 10).sent, 0, "backing off");
         assert_eq!(ledger.flush(ms + 5 + RETRY_BACKOFF_MS).sent, 1);
         assert_eq!(rec.calls.borrow()[1].0, want, "the same charges, in the same order");
-        // Fails at its deadline: the service may have counted it; released, not resent.
-        let r = ledger.settled(&budgets, 2, Err(14), ms + 5 + RETRY_BACKOFF_MS + 1000);
+        // The connection broke after the call went out: the service may have counted it;
+        // released, not resent.
+        let r = ledger.settled(&budgets, 2, Err(CallError::new(14, TERMINATED)), ms + 5 + RETRY_BACKOFF_MS + 10);
         assert_eq!((r.retried, r.unconfirmed), (0, 3));
         assert_eq!(ledger.backlog(), 0);
         let held = |c: &Claim| ledger.table.peek(&ledger.store, limits(&budgets[0]), c.hash, T0).unwrap().reserved;

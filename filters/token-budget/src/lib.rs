@@ -328,7 +328,7 @@ impl Context for Root {
         let Some(state) = &self.state else { return };
         let Some(global) = state.global() else { return };
         let body = if status == 0 { host::grpc_response(size.min(MAX_RLS_RESPONSE)).unwrap_or_default() } else { Vec::new() };
-        let answer = if status == 0 { Ok(&body[..]) } else { Err(status) };
+        let answer = if status == 0 { Ok(&body[..]) } else { Err(ledger::CallError::new(status, &host::grpc_status_message(1024))) };
         let settled = global.settled(&state.config.budgets, token, answer, now_ms());
         state.count_settled(settled, Envoy.now_s());
         // What failed fast is due again after the backoff; anything else queued goes now.

@@ -529,8 +529,9 @@ pub fn add_to_linker(linker: &mut Linker<VmState>) -> Result<()> {
         Ok(OK)
     })?;
     linker.func_wrap("env", "proxy_get_status", |mut c: C<'_>, code_ptr: i32, msg_ptr: i32, msg_size: i32| -> Result<i32> {
-        write_u32(&mut c, code_ptr, 0)?;
-        return_bytes(&mut c, b"", msg_ptr, msg_size)?;
+        let (code, message) = c.data().grpc_status.clone();
+        write_u32(&mut c, code_ptr, code)?;
+        return_bytes(&mut c, &message, msg_ptr, msg_size)?;
         Ok(OK)
     })?;
     linker.func_wrap("env", "proxy_set_effective_context", |mut c: C<'_>, id: i32| -> Result<i32> {

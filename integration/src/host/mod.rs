@@ -205,6 +205,7 @@ impl VmBuilder {
             grpc_calls: Vec::new(),
             callout: None,
             grpc_receive: Vec::new(),
+            grpc_status: (0, Vec::new()),
             done_called: false,
             foreign: self.foreign,
             log_level: self.log_level,
@@ -648,14 +649,25 @@ impl Vm {
         self.must(r)
     }
 
-    /// Fails a unary gRPC call with a gRPC status (14 UNAVAILABLE, 4 DEADLINE_EXCEEDED...).
-    pub fn fail_grpc(&mut self, token: u32, status: u32) {
+    /// Fails a unary gRPC call with a gRPC status (14 UNAVAILABLE, 4 DEADLINE_EXCEEDED...) and
+    /// its message, as Envoy does: a call it could not deliver gets 14 and its router's local
+    /// reply text ([`GRPC_CONNECT_REFUSED`], [`GRPC_CONNECTION_TERMINATED`]).
+    pub fn fail_grpc(&mut self, token: u32, status: u32, message: &str) {
         let call = self.take_grpc_call(token);
-        self.store.data_mut().active = call.context_id;
+        let state = self.store.data_mut();
+        state.active = call.context_id;
+        state.grpc_status = (status, message.as_bytes().to_vec());
         let r = self.call::<(i32, i32, i32), ()>("proxy_on_grpc_close", (call.context_id as i32, token as i32, status as i32));
         self.must(r)
     }
 }
+
+/// Envoy's message for a gRPC call to a cluster whose endpoint refuses the connection.
+pub const GRPC_CONNECT_REFUSED: &str = "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused";
+/// Envoy's message for a gRPC call whose connection closed after the call went out.
+pub const GRPC_CONNECTION_TERMINATED: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+/// Envoy's message for a gRPC call that ran past its timeout.
+pub const GRPC_TIMEOUT: &str = "upstream request timeout";
 
 /// What Envoy does with a body after the filter paused on headers without
 /// `allow_on_headers_stop_iteration`: it never delivers it (proxy-wasm-cpp-host turns the pause

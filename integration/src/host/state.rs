@@ -310,6 +310,8 @@ pub struct VmState {
     pub(crate) callout: Option<CalloutResponse>,
     /// The body of the current `proxy_on_grpc_receive`.
     pub(crate) grpc_receive: Vec<u8>,
+    /// The status code and message of the current `proxy_on_grpc_close` (`proxy_get_status`).
+    pub(crate) grpc_status: (u32, Vec<u8>),
     pub(crate) done_called: bool,
     /// Results of `proxy_call_foreign_function` by name, for filters that use them.
     pub(crate) foreign: HashMap<String, Vec<u8>>,

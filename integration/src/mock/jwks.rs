@@ -153,3 +153,16 @@ impl JwksServer {
         self.server.request_count()
     }
 }
+
+/// Envoy (2 workers) with `integration/envoy/jwt-claims.yaml`: jwt-claims in front of an echo
+/// "task-api", its remote JWKS served by a [`JwksServer`] in `mode`.
+pub fn jwt_gateway(mode: Mode) -> (crate::envoy::Envoy, MockServer, JwksServer) {
+    let upstream = super::echo::start("task-api");
+    let jwks = JwksServer::start(mode);
+    let envoy = crate::envoy::Bootstrap::load("integration/envoy/jwt-claims.yaml")
+        .and_then(|b| b.concurrency(2).cluster("task-api", upstream.port()))
+        .and_then(|b| b.cluster("jwks", jwks.port()))
+        .and_then(|b| b.start())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    (envoy, upstream, jwks)
+}

@@ -394,49 +394,30 @@ fn failure_mode_allow_admits_against_this_replicas_own_guard_and_charges_later()
 }
 
 #[test]
-fn a_settlement_whose_connection_broke_after_it_went_out_is_not_sent_twice() {
-    // The service was killed while it handled the call: it may have counted the charge.
-    let shared = Shared::new();
-    let mut vm = start(&shared, &config(10_000, "allow"));
-    let (id, call) = send(&mut vm, &post("/v1/chat/completions", "alice"), &chat("gpt-4o", 10));
-    vm.respond_grpc(call.token, &response(1, &[status(1, Some(10_000), 10_000, 30)]));
-    vm.response_headers(id, JSON_OK, false);
-    vm.response_body(id, &openai_json(3, 4), true);
-    vm.end_stream(id);
-    vm.deliver_queues();
-    let call = only_call(&vm);
-    shared.advance_ms(5);
-    vm.fail_grpc(call.token, 14, GRPC_CONNECTION_TERMINATED);
-    shared.advance_ms(1000);
-    vm.tick();
-    assert!(vm.grpc_calls().is_empty(), "a second attempt could charge twice");
-    assert_eq!(records(&shared), vec![(0, 0, 0)], "and nothing stays held");
-    assert_eq!(metric(&mut vm, &shared, "token_budget.global.charges_unconfirmed"), 1);
-    assert_eq!(shared.metric("token_budget.global.charges_retried"), Some(0));
-    let lines: Vec<String> = shared.log_messages(3).into_iter().filter(|l| l.contains("rate limit service")).collect();
-    assert!(lines.iter().any(|l| l.contains("not resent: it may have been counted")), "{lines:?}");
-}
-
-#[test]
-fn a_settlement_that_fails_at_its_deadline_is_not_sent_twice() {
-    let shared = Shared::new();
-    let mut vm = start(&shared, &config(10_000, "deny"));
-    let body = chat("gpt-4o", 10);
-    let (id, call) = send(&mut vm, &post("/v1/chat/completions", "alice"), &body);
-    vm.respond_grpc(call.token, &response(1, &[status(1, Some(10_000), 10_000, 30)]));
-    vm.response_headers(id, JSON_OK, false);
-    vm.response_body(id, &openai_json(3, 4), true);
-    vm.end_stream(id);
-    vm.deliver_queues();
-    let call = only_call(&vm);
-    // The service answered nothing before the deadline: it may have counted the charge.
-    shared.advance_ms(1000);
-    vm.fail_grpc(call.token, 14, GRPC_TIMEOUT);
-    shared.advance_ms(1000);
-    vm.tick();
-    assert!(vm.grpc_calls().is_empty(), "a second attempt could charge twice");
-    assert_eq!(records(&shared), vec![(0, 0, 0)], "and nothing stays held");
-    assert_eq!(metric(&mut vm, &shared, "token_budget.global.charges_unconfirmed"), 1);
+fn a_settlement_that_may_have_reached_the_service_is_not_sent_twice() {
+    // The service answered nothing before the deadline, or was killed while it handled the
+    // call: either way it may have counted the charge.
+    for (failure, after_ms, mode) in [(GRPC_TIMEOUT, 1000, "deny"), (GRPC_CONNECTION_TERMINATED, 5, "allow")] {
+        let shared = Shared::new();
+        let mut vm = start(&shared, &config(10_000, mode));
+        let (id, call) = send(&mut vm, &post("/v1/chat/completions", "alice"), &chat("gpt-4o", 10));
+        vm.respond_grpc(call.token, &response(1, &[status(1, Some(10_000), 10_000, 30)]));
+        vm.response_headers(id, JSON_OK, false);
+        vm.response_body(id, &openai_json(3, 4), true);
+        vm.end_stream(id);
+        vm.deliver_queues();
+        let call = only_call(&vm);
+        shared.advance_ms(after_ms);
+        vm.fail_grpc(call.token, 14, failure);
+        shared.advance_ms(1000);
+        vm.tick();
+        assert!(vm.grpc_calls().is_empty(), "{failure}: a second attempt could charge twice");
+        assert_eq!(records(&shared), vec![(0, 0, 0)], "{failure}: and nothing stays held");
+        assert_eq!(metric(&mut vm, &shared, "token_budget.global.charges_unconfirmed"), 1, "{failure}");
+        assert_eq!(shared.metric("token_budget.global.charges_retried"), Some(0), "{failure}");
+        let lines: Vec<String> = shared.log_messages(3).into_iter().filter(|l| l.contains("rate limit service")).collect();
+        assert!(lines.iter().any(|l| l.contains("not resent: it may have been counted")), "{failure}: {lines:?}");
+    }
 }
 
 #[test]

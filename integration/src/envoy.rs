@@ -354,15 +354,15 @@ impl Envoy {
     /// Polls `/stats/prometheus` until `done` accepts the values of `names` (filters that batch
     /// their counters flush them on a timer), or 10 seconds pass; returns the last values.
     pub fn wait_for_prometheus<const N: usize>(&self, names: &[&str; N], done: impl Fn([Option<u64>; N]) -> bool) -> [Option<u64>; N] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = self.prometheus();
-            let values = names.map(|n| prometheus_value(&text, n));
-            if done(values) || Instant::now() > deadline {
-                return values;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::poll(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || {
+                let text = self.prometheus();
+                names.map(|n| prometheus_value(&text, n))
+            },
+            |values| done(*values),
+        )
     }
 
     /// The value of one stat by its Envoy name (`/stats?filter=^name$`), if it exists.

@@ -13,7 +13,7 @@ use integration::mock::echo;
 use integration::paths;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The bootstrap: admin, one static cluster, listeners from a watched file.
 fn bootstrap(lds: &Path, upstream_port: u16) -> Bootstrap {
@@ -85,17 +85,8 @@ fn push(path: &Path, version: u32, listener: Value) {
 }
 
 /// Polls `f` until it returns Some or `limit` passes.
-fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn eventually<T>(limit: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    integration::poll(limit, Duration::from_millis(100), f, Option::is_some)
 }
 
 fn free_port() -> u16 {

@@ -34,15 +34,8 @@ fn bearer(token: &str) -> String {
 }
 
 /// Polls `f` until it returns true or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+fn eventually(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    integration::poll(limit, Duration::from_millis(100), f, |ok| *ok)
 }
 
 #[test]

@@ -21,7 +21,7 @@ use serde::Deserialize as _;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FIXTURE: &str = "integration/envoy/observability.yaml";
 const ACCESS_LOG: &str = "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/access_log/0/typed_config";
@@ -351,14 +351,7 @@ fn dashboard_alerts_and_autoscalers_read_only_metrics_envoy_exports() {
         ("token_budget_model_output_tokens", &[("budget", "user-model-day"), ("model", "gpt-4o")], 2008.0),
     ];
     let short = |text: &str| checks.iter().filter(|(m, l, min)| value(text, m, l).is_none_or(|v| v < *min)).map(|(m, l, _)| format!("{m}{l:?}")).collect::<Vec<_>>();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        let text = g.envoy.prometheus();
-        if short(&text).is_empty() || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let text = integration::poll(Duration::from_secs(10), Duration::from_millis(100), || g.envoy.prometheus(), |text| short(text).is_empty());
     let missing = short(&text);
     assert!(missing.is_empty(), "short of the traffic: {missing:?}\n{text}");
     let scrape = Scrape::parse(&text);
@@ -474,15 +467,12 @@ fn tags_and_access_log_through_envoy_gateway() {
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let scrape = loop {
-        let s = Scrape::parse(&gateway.envoy_admin("/stats/prometheus").map(|(_, b)| b).unwrap_or_default());
-        let ready = s.has_value("ab_variant_assigned", "variant", "beta") && s.has_value("token_budget_output_tokens", "budget", "user-minute");
-        if ready || Instant::now() > deadline {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let scrape = integration::poll(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || Scrape::parse(&gateway.envoy_admin("/stats/prometheus").map(|(_, b)| b).unwrap_or_default()),
+        |s| s.has_value("ab_variant_assigned", "variant", "beta") && s.has_value("token_budget_output_tokens", "budget", "user-minute"),
+    );
     for (metric, label, value) in [
         ("ab_variant_assigned", "experiment", "checkout"),
         ("ab_variant_assigned", "variant", "beta"),
@@ -498,15 +488,15 @@ fn tags_and_access_log_through_envoy_gateway() {
     assert!(scrape.labels_of("envoy_cluster_upstream_rq_total").contains("envoy_cluster_name"));
 
     // Envoy writes the access log (its stdout, which func-e hands to Envoy Gateway's) every 10 s.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let lines = loop {
-        let text = gateway.log() + &gateway.envoy_log();
-        let lines: Vec<Value> = text.lines().filter_map(|l| l.find('{').and_then(|i| serde_json::from_str::<Value>(&l[i..]).ok())).filter(|v| v.get("start_time").is_some()).collect();
-        if lines.len() >= 2 || Instant::now() > deadline {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let lines = integration::poll(
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let text = gateway.log() + &gateway.envoy_log();
+            text.lines().filter_map(|l| l.find('{').and_then(|i| serde_json::from_str::<Value>(&l[i..]).ok())).filter(|v| v.get("start_time").is_some()).collect::<Vec<Value>>()
+        },
+        |lines| lines.len() >= 2,
+    );
     let task = lines.iter().find(|l| l["variant_checkout"] == "beta").unwrap_or_else(|| panic!("no access-log line for the task request: {lines:#?}"));
     assert_eq!((task["jwt"].as_str(), task["status"].as_u64()), (Some("allowed"), Some(200)));
     let chat = lines.iter().find(|l| l["provider"] == "openai").unwrap_or_else(|| panic!("no access-log line for the LLM request: {lines:#?}"));

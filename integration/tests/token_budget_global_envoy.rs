@@ -10,7 +10,7 @@ use integration::mock::llm::{self, Fault, LlmMock};
 use integration::ratelimit::RateLimit;
 use serde_json::{json, Value};
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const OPENAI_AUTH: (&str, &str) = ("authorization", "Bearer sk-test");
 
@@ -71,14 +71,12 @@ impl Replicas {
 
     /// A stat summed over the replicas, once every replica's value satisfies `done` together.
     fn stat_sum(&self, name: &str, done: impl Fn(u64) -> bool) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let sum: u64 = self.envoys.iter().map(|e| integration::envoy::prometheus_value(&e.prometheus(), name).unwrap_or(0)).sum();
-            if done(sum) || Instant::now() > deadline {
-                return sum;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        integration::poll(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || self.envoys.iter().map(|e| integration::envoy::prometheus_value(&e.prometheus(), name).unwrap_or(0)).sum::<u64>(),
+            |sum| done(*sum),
+        )
     }
 
     /// No filter panicked or trapped in any replica.
@@ -212,14 +210,9 @@ fn try_room(url: &str, user: &str) -> Option<u64> {
 }
 
 /// Polls `f` until it is true (or 20 seconds pass).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        if Instant::now() > deadline {
-            eprintln!("never: {what}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    if !integration::poll(Duration::from_secs(20), Duration::from_millis(100), f, |ok| *ok) {
+        eprintln!("never: {what}");
     }
 }
 
